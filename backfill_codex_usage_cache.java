@@ -107,7 +107,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
     static final String RUNS_TABLE = "backfill_codex_usage_cache_runs";
     static final String QUEUE_TABLE_PREFIX = "backfill_codex_usage_cache_queue_";
     static final int MAX_BATCH_SIZE = 100_000;
-    static final int LOCKED_RETRY_ROUNDS = 5;
     static final int TRANSIENT_RETRIES = 3;
     /** A run whose heartbeat is older than this is taken as dead; its leftovers are cleaned up. */
     static final Duration STALE_RUN_AFTER = Duration.ofMinutes(15);
@@ -171,6 +170,12 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             description = "Longest a write waits for a lock held by another session. "
                     + "Default: ${DEFAULT-VALUE}.")
     Duration lockTimeout;
+
+    @Option(names = "--locked-row-retries", defaultValue = "5", paramLabel = "N",
+            description = "Rounds of retrying rows another session held locked (waits 0.5s, 1s, "
+                    + "2s, ...); rows still locked are reported and the exit code is 1. "
+                    + "Default: ${DEFAULT-VALUE}.")
+    int lockedRowRetries;
 
     @Option(names = "--rollup-slice-rows", defaultValue = "100000", paramLabel = "N",
             description = "Split the rollup rebuild into calls covering about N updated rows each, "
@@ -266,6 +271,9 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             throw usage("--batch-size", String.valueOf(batchSize),
                     "must be between 1 and " + MAX_BATCH_SIZE
                             + " (one batch is one transaction holding its row locks)");
+        }
+        if (lockedRowRetries < 0 || lockedRowRetries > 20) {
+            throw usage("--locked-row-retries", String.valueOf(lockedRowRetries), "must be between 0 and 20");
         }
         if (rollupSliceRows < 0) {
             throw usage("--rollup-slice-rows", String.valueOf(rollupSliceRows),
@@ -496,12 +504,15 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 rollup_completed_at  timestamptz
             )""".formatted(RUNS_TABLE);
 
-    /** Runs that wrote rows whose rollup never completed, and that are not running any more. */
+    /**
+     * Runs whose recorded update window is not rolled up to its end. Liveness does not matter: a
+     * run killed with no chance to clean up looks exactly like a live one, and rolling up a live
+     * run's window early is harmless (the rollup is idempotent; that run still rolls up the rest).
+     */
     static final String PENDING_RUNS_SQL = """
             SELECT run_id, status, rows_updated, window_from, window_to, rolled_up_to
               FROM %s
-             WHERE window_from IS NOT NULL AND rollup_completed_at IS NULL
-               AND (status <> 'running' OR heartbeat_at < clock_timestamp() - ?::interval)
+             WHERE window_from IS NOT NULL AND (rolled_up_to IS NULL OR rolled_up_to < window_to)
              ORDER BY run_id""".formatted(RUNS_TABLE);
 
     List<RunRecord> loadPendingRuns(Connection conn) throws SQLException {
@@ -510,7 +521,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         }
         List<RunRecord> runs = new ArrayList<>();
         try (PreparedStatement ps = conn.prepareStatement(PENDING_RUNS_SQL)) {
-            ps.setString(1, STALE_RUN_AFTER.toSeconds() + " seconds");
             try (ResultSet rs = ps.executeQuery()) {
                 while (rs.next()) {
                     runs.add(new RunRecord(rs.getLong(1), rs.getString(2), rs.getLong(3),
@@ -786,10 +796,10 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
 
         /** Rows another session held locked are retried a few rounds with backoff, then reported. */
         void retryLockedRows() throws SQLException {
-            Duration backoff = Duration.ofSeconds(1);
-            for (int round = 1; round <= LOCKED_RETRY_ROUNDS && !locked.isEmpty() && !stop.requested(); round++) {
+            Duration backoff = Duration.ofMillis(500);
+            for (int round = 1; round <= lockedRowRetries && !locked.isEmpty() && !stop.requested(); round++) {
                 out.warn("retrying %d row(s) that were locked by another session (round %d/%d, after %s)",
-                        locked.size(), round, LOCKED_RETRY_ROUNDS, GoDurationConverter.format(backoff));
+                        locked.size(), round, lockedRowRetries, GoDurationConverter.format(backoff));
                 stop.sleep(backoff);
                 List<UUID> retry = new ArrayList<>(locked);
                 locked.clear();
@@ -843,7 +853,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                     ? run.windowFrom() : run.rolledUpTo();
             OffsetDateTime to = run.windowTo();
             if (!from.isBefore(to)) {
-                markRollupComplete(run.runId());
                 return;
             }
             long analyzeStarted = System.nanoTime();
@@ -878,7 +887,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 long touched = queryOne(conn, "SELECT rollup_task_usage_hourly_window(?, ?)", rs -> rs.getLong(1),
                         from, to);
                 try (PreparedStatement ps = conn.prepareStatement("UPDATE " + RUNS_TABLE
-                        + " SET rolled_up_to = ?, heartbeat_at = clock_timestamp() WHERE run_id = ?")) {
+                        + " SET rolled_up_to = GREATEST(rolled_up_to, ?) WHERE run_id = ?")) {
                     ps.setObject(1, to);
                     ps.setLong(2, id);
                     ps.executeUpdate();
@@ -910,7 +919,8 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         }
 
         void markRollupComplete(long id) throws SQLException {
-            execute("UPDATE " + RUNS_TABLE + " SET rollup_completed_at = clock_timestamp() WHERE run_id = " + id);
+            execute("UPDATE " + RUNS_TABLE + " SET rollup_completed_at = clock_timestamp()"
+                    + " WHERE run_id = " + id + " AND rolled_up_to >= window_to");
         }
 
         long countRemaining() throws SQLException {
