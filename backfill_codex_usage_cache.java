@@ -3,7 +3,8 @@
 //DEPS info.picocli:picocli:4.7.7
 //DEPS org.postgresql:postgresql:42.7.14
 //DEPS tech.tablesaw:tablesaw-core:0.44.4
-//DEPS com.fasterxml.jackson.core:jackson-databind:2.21.3
+//DEPS com.fasterxml.jackson:jackson-bom:2.21.3@pom
+//DEPS com.fasterxml.jackson.core:jackson-databind
 //DEPS org.slf4j:slf4j-nop:2.0.17
 //DESCRIPTION Repairs historical Codex `task_usage.input_tokens` rows that counted cached input twice.
 //DESCRIPTION
