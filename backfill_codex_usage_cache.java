@@ -577,8 +577,8 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             startRun();
             long batches = buildQueue();
             for (int batch = 0; batch < batches && !stop.requested(); batch++) {
-                if (batch > 0) {
-                    stop.sleep(sleepBetweenBatches);
+                if (batch > 0 && !stop.sleep(sleepBetweenBatches)) {
+                    break;
                 }
                 writeBatch(batch, batches, readQueueBatch(batch));
             }
@@ -730,7 +730,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                     WITH picked AS (
                         SELECT tu.id, tu.input_tokens AS input_before
                           FROM task_usage tu
-                         WHERE tu.id = ANY(?) AND %1$s%2$s
+                         WHERE tu.id = ANY(?) AND %1$s %2$s
                            FOR UPDATE OF tu SKIP LOCKED
                     ), updated AS (
                         UPDATE task_usage tu
@@ -1708,14 +1708,13 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             return signalName;
         }
 
-        void sleep(Duration duration) {
-            if (duration.isZero()) {
-                return;
-            }
+        /** Sleeps unless a stop is requested first; returns false when it was. */
+        boolean sleep(Duration duration) {
             try {
-                latch.await(duration.toNanos(), TimeUnit.NANOSECONDS);
+                return !latch.await(duration.toNanos(), TimeUnit.NANOSECONDS);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
+                return false;
             }
         }
     }

@@ -84,8 +84,12 @@ public class backfill_codex_usage_cacheTest {
         if (args.length == 0) {
             request.selectors(DiscoverySelectors.selectClass(backfill_codex_usage_cacheTest.class));
         } else {
+            // Each argument names a nested class (Execute) or one of its methods (Execute#name).
             for (String name : args) {
-                request.selectors(DiscoverySelectors.selectClass(backfill_codex_usage_cacheTest.class.getName() + "$" + name));
+                String className = backfill_codex_usage_cacheTest.class.getName() + "$" + name.split("#")[0];
+                request.selectors(name.contains("#")
+                        ? DiscoverySelectors.selectMethod(className + "#" + name.split("#")[1])
+                        : DiscoverySelectors.selectClass(className));
             }
         }
         LauncherDiscoveryRequest discovery = request.build();
@@ -157,53 +161,55 @@ public class backfill_codex_usage_cacheTest {
         return java.net.URLEncoder.encode(s, StandardCharsets.UTF_8).replace("+", "%20");
     }
 
-    /** Starts the tool as its own process (for signals), with the same classpath as this JVM. */
-    static Process startProcess(String db, String... args) throws IOException {
-        List<String> command = new ArrayList<>();
-        command.add(ProcessHandle.current().info().command().orElse("java"));
-        command.add("-cp");
-        command.add(System.getProperty("java.class.path"));
-        command.add("backfill_codex_usage_cache");
-        command.addAll(List.of(args));
-        ProcessBuilder pb = new ProcessBuilder(command);
-        pb.environment().put("DATABASE_URL", TestDatabase.shared().appLibpqUrl(db));
-        return pb.start();
-    }
+    /** The tool running as its own process (for signals), with the same classpath as this JVM. */
+    static final class ToolProcess {
+        final Process process;
+        final Path log;
 
-    /** Collects a process's stream in the background; waitFor(text) blocks until it appears. */
-    static final class StreamTail {
-        final StringBuffer text = new StringBuffer();
-        final Thread reader;
-
-        StreamTail(InputStream in) {
-            reader = new Thread(() -> {
-                byte[] buf = new byte[4096];
-                try {
-                    for (int n; (n = in.read(buf)) > 0; ) {
-                        text.append(new String(buf, 0, n, StandardCharsets.UTF_8));
-                    }
-                } catch (IOException ignored) {
-                    // The process ended.
-                }
-            });
-            reader.setDaemon(true);
-            reader.start();
+        ToolProcess(String db, String... args) throws IOException {
+            List<String> command = new ArrayList<>();
+            command.add(ProcessHandle.current().info().command().orElse("java"));
+            command.add("-cp");
+            command.add(System.getProperty("java.class.path"));
+            command.add("backfill_codex_usage_cache");
+            command.addAll(List.of(args));
+            log = Files.createTempFile("backfill-process", ".log");
+            ProcessBuilder pb = new ProcessBuilder(command);
+            pb.environment().put("DATABASE_URL", TestDatabase.shared().appLibpqUrl(db));
+            pb.redirectErrorStream(true);
+            pb.redirectOutput(log.toFile());
+            process = pb.start();
         }
 
-        void waitFor(String needle, Duration timeout) throws InterruptedException {
+        String output() throws IOException {
+            return Files.readString(log);
+        }
+
+        void waitFor(String needle, Duration timeout) throws Exception {
             long deadline = System.nanoTime() + timeout.toNanos();
-            while (!text.toString().contains(needle)) {
-                if (System.nanoTime() > deadline) {
-                    throw new AssertionError("timed out waiting for '" + needle + "' in:\n" + text);
+            while (!output().contains(needle)) {
+                if (System.nanoTime() > deadline || !process.isAlive() && !output().contains(needle)) {
+                    throw new AssertionError("no '" + needle + "' in:\n" + output());
                 }
                 Thread.sleep(20);
             }
         }
 
-        String finish() throws InterruptedException {
-            reader.join(5000);
-            return text.toString();
+        int stop(boolean kill) throws Exception {
+            if (kill) {
+                process.destroyForcibly();
+            } else {
+                process.destroy();
+            }
+            assertTrue(process.waitFor(60, TimeUnit.SECONDS), "process ended");
+            String text = output();
+            assertNoSecret(text);
+            Files.deleteIfExists(log);
+            lastOutput = text;
+            return process.exitValue();
         }
+
+        String lastOutput = "";
     }
 
     // ================================================================ seeding and reading
@@ -1064,17 +1070,14 @@ public class backfill_codex_usage_cacheTest {
         void sigtermStopsAfterCurrentBatchAndRerunFinishes() throws Exception {
             seedEligibleRows(60);
             rollupEverything();
-            Process p = startProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "2",
+            ToolProcess p = new ToolProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "2",
                     "--sleep-between-batches", "100ms");
-            StreamTail err = new StreamTail(p.getErrorStream());
-            new StreamTail(p.getInputStream());
-            err.waitFor("INFO batch 3/30", Duration.ofSeconds(60));
+            p.waitFor("INFO batch 3/30", Duration.ofSeconds(60));
 
-            p.destroy(); // SIGTERM
-            assertTrue(p.waitFor(60, TimeUnit.SECONDS), "process stopped");
-            String log = err.finish();
+            int exit = p.stop(false); // SIGTERM
+            String log = p.lastOutput;
 
-            assertEquals(1, p.exitValue(), log);
+            assertEquals(1, exit, log);
             assertTrue(log.contains("SIGTERM received"), log);
             assertTrue(log.contains("status=stopped"), log);
             long corrected = 60 - eligibleCount();
@@ -1086,7 +1089,7 @@ public class backfill_codex_usage_cacheTest {
             assertEquals(0, rerun.exitCode(), rerun.describe());
             assertEquals(0, eligibleCount());
             assertEquals(List.of(), hourlyMismatches());
-            assertEquals(60 * 900L, scalar("SELECT sum(input_tokens) FROM task_usage", Long.class),
+            assertEquals(60 * 900L, scalar("SELECT sum(input_tokens)::bigint FROM task_usage", Long.class),
                     "every row corrected exactly once");
         }
 
@@ -1094,21 +1097,16 @@ public class backfill_codex_usage_cacheTest {
         void sigkillBeforeRollupIsRepairedByPlainRerun() throws Exception {
             seedEligibleRows(30);
             rollupEverything();
-            Process p;
-            StreamTail err;
             try (Connection holder = TestDatabase.shared().adminConnection(db)) {
                 try (Statement st = holder.createStatement()) {
                     st.execute("SELECT pg_advisory_lock(4246)");
                 }
-                p = startProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "10");
-                err = new StreamTail(p.getErrorStream());
-                new StreamTail(p.getInputStream());
+                ToolProcess p = new ToolProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "10");
                 // All batches are written and the tool waits for the rollup lock: kill it there.
-                err.waitFor("advisory lock 4246 is busy", Duration.ofSeconds(60));
-                p.destroyForcibly();
-                assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+                p.waitFor("advisory lock 4246 is busy", Duration.ofSeconds(60));
+                p.stop(true);
             }
-            assertEquals(0, eligibleCount(), "all rows were corrected before the kill\n" + err.finish());
+            assertEquals(0, eligibleCount(), "all rows were corrected before the kill");
             assertFalse(hourlyMismatches().isEmpty(), "the dead run left the rollup stale");
 
             Result rerun = execute();
@@ -1116,27 +1114,25 @@ public class backfill_codex_usage_cacheTest {
             assertEquals(0, rerun.exitCode(), rerun.describe());
             assertTrue(rerun.stderr().contains("left its rollup incomplete"), rerun.stderr());
             assertEquals(List.of(), hourlyMismatches(), "plain re-run leaves task_usage_hourly exact");
-            assertEquals(30 * 900L, scalar("SELECT sum(input_tokens) FROM task_usage", Long.class), "nothing subtracted twice");
+            assertEquals(30 * 900L, scalar("SELECT sum(input_tokens)::bigint FROM task_usage", Long.class), "nothing subtracted twice");
         }
 
         @Test
         void sigkillMidBatchesThenRerunEndsExact() throws Exception {
             seedEligibleRows(60);
             rollupEverything();
-            Process p = startProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "2",
+            ToolProcess p = new ToolProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "2",
                     "--sleep-between-batches", "100ms");
-            StreamTail err = new StreamTail(p.getErrorStream());
-            new StreamTail(p.getInputStream());
-            err.waitFor("INFO batch 4/30", Duration.ofSeconds(60));
+            p.waitFor("INFO batch 4/30", Duration.ofSeconds(60));
 
-            p.destroyForcibly();
-            assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+            p.stop(true);
+            assertFalse(hourlyMismatches().isEmpty(), "the dead run left the rollup stale");
             Result rerun = execute();
 
             assertEquals(0, rerun.exitCode(), rerun.describe());
             assertEquals(0, eligibleCount());
             assertEquals(List.of(), hourlyMismatches());
-            assertEquals(60 * 900L, scalar("SELECT sum(input_tokens) FROM task_usage", Long.class), "nothing subtracted twice");
+            assertEquals(60 * 900L, scalar("SELECT sum(input_tokens)::bigint FROM task_usage", Long.class), "nothing subtracted twice");
         }
     }
 
