@@ -263,7 +263,17 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 return ExitCode.OK;
             }
             stop.install(out);
-            return new Backfill(conn, target, totals, pending).run();
+            Backfill backfill = new Backfill(conn, target, totals, pending);
+            try {
+                return backfill.run();
+            } catch (SQLException e) {
+                throw new StepFailure("execute stopped: " + firstLine(e.getMessage()) + " (SQLState "
+                        + e.getSQLState() + ") after " + backfill.rowsUpdated + " rows were committed; "
+                        + "re-running the same command is safe", e);
+            }
+        } catch (SQLException e) {
+            throw new StepFailure("database error: " + firstLine(e.getMessage()) + " (SQLState "
+                    + e.getSQLState() + "); nothing was written", e);
         }
     }
 

@@ -1137,6 +1137,190 @@ public class backfill_codex_usage_cacheTest {
     }
 
     @Nested
+    @DisplayName("faults against PostgreSQL")
+    @Timeout(180)
+    class Faults extends WithDatabase {
+
+        /** Each row either kept the value another writer gave it, or was corrected exactly once. */
+        void assertEveryRowCorrectedOnceOrLeftToIngestion(List<UUID> ids, Map<UUID, Long> ingested) throws SQLException {
+            for (int i = 0; i < ids.size(); i++) {
+                UUID id = ids.get(i);
+                long expected = ingested.containsKey(id) ? ingested.get(id) : 900;
+                assertInputTokens(id, expected, ingested.containsKey(id) ? "ingested" : "corrected once");
+            }
+        }
+
+        @Test
+        void terminatedBackendStopsWithOneLineAndRerunFinishes() throws Exception {
+            List<UUID> ids = seedEligibleRows(60);
+            rollupEverything();
+            ToolProcess p = new ToolProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "2",
+                    "--sleep-between-batches", "100ms");
+            p.waitFor("INFO batch 3/30", Duration.ofSeconds(60));
+
+            sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    + "WHERE datname = ? AND application_name = 'backfill_codex_usage_cache'", db);
+            assertTrue(p.process.waitFor(60, TimeUnit.SECONDS), "the tool stopped by itself");
+            int exit = p.stop(false);
+            String log = p.lastOutput;
+
+            assertEquals(1, exit, log);
+            List<String> errors = log.lines().filter(l -> l.startsWith("Error: ")).toList();
+            assertEquals(1, errors.size(), log);
+            assertTrue(errors.get(0).contains("re-running the same command is safe"), log);
+
+            Result rerun = execute();
+
+            assertEquals(0, rerun.exitCode(), rerun.describe());
+            assertEveryRowCorrectedOnceOrLeftToIngestion(ids, Map.of());
+            assertEquals(List.of(), hourlyMismatches(), "the re-run rolled up the dead run's window too");
+        }
+
+        @Test
+        void statementTimeoutIsRetriedThenStopsWithOneLine() throws Exception {
+            List<UUID> ids = seedEligibleRows(6);
+            rollupEverything();
+            // A batch containing this row takes 2 s: longer than the tool's statement timeout.
+            sql("CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    + "IF NEW.id = '" + ids.get(5) + "' THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$");
+            sql("CREATE TRIGGER slow_row BEFORE UPDATE ON task_usage FOR EACH ROW EXECUTE FUNCTION slow_row()");
+
+            Result r = execute("--batch-size", "5", "--statement-timeout", "300ms");
+
+            assertEquals(1, r.exitCode(), r.describe());
+            assertEquals(1, r.errorLines().size(), r.describe());
+            assertTrue(r.errorLines().get(0).contains("statement timeout") && r.errorLines().get(0).contains("57014"),
+                    r.describe());
+            assertEquals(3, r.stderr().lines().filter(l -> l.contains("retrying in")).count(), "bounded retries\n" + r.stderr());
+            assertInputTokens(ids.get(5), 1005, "the slow batch rolled back");
+
+            sql("DROP TRIGGER slow_row ON task_usage");
+            Result rerun = execute();
+
+            assertEquals(0, rerun.exitCode(), rerun.describe());
+            for (UUID id : ids) {
+                assertInputTokens(id, 900, "corrected exactly once");
+            }
+            assertEquals(List.of(), hourlyMismatches());
+        }
+
+        @Test
+        void concurrentIngestionIsNeverAlteredNorSubtractedTwice() throws Exception {
+            List<UUID> ids = seedEligibleRows(200);
+            rollupEverything();
+            OffsetDateTime ingestionStarted = scalar("SELECT clock_timestamp()", OffsetDateTime.class);
+            Map<UUID, Long> ingested = new java.util.concurrent.ConcurrentHashMap<>();
+            java.util.concurrent.atomic.AtomicBoolean running = new java.util.concurrent.atomic.AtomicBoolean(true);
+            CompletableFuture<Integer> ingestion = CompletableFuture.supplyAsync(() -> {
+                int writes = 0;
+                java.util.Random random = new java.util.Random(7);
+                try (Connection c = TestDatabase.shared().adminConnection(db)) {
+                    while (running.get()) {
+                        UUID id = ids.get(random.nextInt(ids.size()));
+                        long value = 50_000 + random.nextInt(1000);
+                        // The platform's upsert: new counts (cached input already excluded) and updated_at.
+                        try (PreparedStatement ps = c.prepareStatement(
+                                "UPDATE task_usage SET input_tokens = ?, updated_at = now() WHERE id = ?")) {
+                            ps.setLong(1, value);
+                            ps.setObject(2, id);
+                            ps.executeUpdate();
+                        }
+                        ingested.put(id, value);
+                        try (PreparedStatement ps = c.prepareStatement("INSERT INTO task_usage (task_id, provider, model, "
+                                + "input_tokens, cache_read_tokens) SELECT task_id, 'codex', 'new-' || gen_random_uuid(), 10, 5 "
+                                + "FROM task_usage WHERE id = ?")) {
+                            ps.setObject(1, id);
+                            ps.executeUpdate();
+                        }
+                        writes++;
+                        Thread.sleep(2);
+                    }
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+                return writes;
+            });
+
+            Result r = execute("--batch-size", "3", "--sleep-between-batches", "5ms");
+            running.set(false);
+            int writes = ingestion.get(30, TimeUnit.SECONDS);
+
+            assertEquals(0, r.exitCode(), r.describe());
+            assertTrue(writes > 20 && !ingested.isEmpty(), "ingestion ran during the tool: " + writes + " writes");
+            assertEveryRowCorrectedOnceOrLeftToIngestion(ids, ingested);
+            assertEquals(0L, scalar("SELECT count(*) FROM task_usage WHERE model LIKE 'new-%' AND input_tokens <> 10",
+                    Long.class), "rows ingested during the run are untouched");
+            // The platform's own rollup tick covers what ingestion wrote; after it the table is exact.
+            sql("SELECT rollup_task_usage_hourly_window(?, clock_timestamp())", ingestionStarted);
+            assertEquals(List.of(), hourlyMismatches());
+        }
+
+        @Test
+        void worksBehindTransactionPoolingPgBouncer(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+            Path binary = Stream.of("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer").map(Path::of)
+                    .filter(Files::isExecutable).findFirst().orElse(null);
+            org.junit.jupiter.api.Assumptions.assumeTrue(binary != null,
+                    "pgbouncer is not installed (apt-get install pgbouncer); .ci/run installs it");
+            List<UUID> ids = seedEligibleRows(40);
+            rollupEverything();
+            TestDatabase pg = TestDatabase.shared();
+            int port;
+            try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
+                port = socket.getLocalPort();
+            }
+            Files.writeString(dir.resolve("users.txt"), "\"" + TestDatabase.APP_USER + "\" \""
+                    + TestDatabase.APP_PASSWORD + "\"\n");
+            Files.writeString(dir.resolve("pgbouncer.ini"), String.join("\n",
+                    "[databases]",
+                    db + " = host=" + pg.host() + " port=" + pg.port() + " dbname=" + db,
+                    "[pgbouncer]",
+                    "listen_addr = 127.0.0.1",
+                    "listen_port = " + port,
+                    "unix_socket_dir =",
+                    "auth_type = plain",
+                    "auth_file = " + dir.resolve("users.txt"),
+                    "pool_mode = transaction",
+                    "default_pool_size = 2",
+                    "ignore_startup_parameters = extra_float_digits",
+                    ""));
+            dir.toFile().setReadable(true, false);
+            dir.toFile().setExecutable(true, false);
+            for (String f : List.of("users.txt", "pgbouncer.ini")) {
+                dir.resolve(f).toFile().setReadable(true, false);
+            }
+            List<String> command = new ArrayList<>(List.of(binary.toString()));
+            if ("root".equals(System.getProperty("user.name"))) {
+                command.addAll(List.of("-u", "nobody")); // pgbouncer refuses to run as root
+            }
+            command.add(dir.resolve("pgbouncer.ini").toString());
+            Process bouncer = new ProcessBuilder(command).redirectErrorStream(true)
+                    .redirectOutput(dir.resolve("stdout.txt").toFile()).start();
+            try {
+                String url = "postgres://" + TestDatabase.APP_USER + ":" + urlEncode(TestDatabase.APP_PASSWORD)
+                        + "@127.0.0.1:" + port + "/" + db + "?sslmode=disable";
+                Result r = null;
+                for (int attempt = 0; attempt < 50; attempt++) {
+                    r = run(Map.of("DATABASE_URL", url), "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "3");
+                    if (r.exitCode() != 1 || !r.stderr().contains("cannot connect")) {
+                        break;
+                    }
+                    Thread.sleep(100);
+                }
+
+                assertEquals(0, r.exitCode(), r.describe() + "\n" + Files.readString(dir.resolve("stdout.txt")));
+                assertEveryRowCorrectedOnceOrLeftToIngestion(ids, Map.of());
+                assertEquals(List.of(), hourlyMismatches());
+                Result again = run(Map.of("DATABASE_URL", url), "--cutoff", CUTOFF_TEXT, "--execute");
+                assertEquals(0, again.exitCode(), again.describe());
+                assertTrue(again.stderr().contains("no eligible"), again.stderr());
+            } finally {
+                bouncer.destroy();
+                bouncer.waitFor(10, TimeUnit.SECONDS);
+            }
+        }
+    }
+
+    @Nested
     @DisplayName("realistic data against PostgreSQL")
     @Timeout(300)
     class RealisticData extends WithDatabase {
