@@ -521,10 +521,10 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
      * run's window early is harmless (the rollup is idempotent; that run still rolls up the rest).
      */
     static final String PENDING_RUNS_SQL = """
-            SELECT run_id, status, rows_updated, window_from, window_to, rolled_up_to
+            SELECT %s
               FROM %s
              WHERE window_from IS NOT NULL AND (rolled_up_to IS NULL OR rolled_up_to < window_to)
-             ORDER BY run_id""".formatted(RUNS_TABLE);
+             ORDER BY run_id""".formatted(RunRecord.COLUMNS, RUNS_TABLE);
 
     List<RunRecord> loadPendingRuns(Connection conn) throws SQLException {
         if (queryOne(conn, "SELECT to_regclass('" + RUNS_TABLE + "') IS NULL", rs -> rs.getBoolean(1))) {
@@ -534,9 +534,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         try (PreparedStatement ps = conn.prepareStatement(PENDING_RUNS_SQL)) {
             try (ResultSet rs = ps.executeQuery()) {
                 while (rs.next()) {
-                    runs.add(new RunRecord(rs.getLong(1), rs.getString(2), rs.getLong(3),
-                            rs.getObject(4, OffsetDateTime.class), rs.getObject(5, OffsetDateTime.class),
-                            rs.getObject(6, OffsetDateTime.class)));
+                    runs.add(RunRecord.read(rs));
                 }
             }
         }
@@ -711,13 +709,18 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             return ids;
         }
 
-        void writeBatch(int batch, long batches, List<UUID> ids) throws SQLException {
+        BatchResult updateAndCount(List<UUID> ids) throws SQLException {
             BatchResult result = updateBatch(ids);
             rowsUpdated += result.rows();
             tokensRemoved += result.inputTokensRemoved();
             clampedRows += result.clampedRows();
             skippedChanged += result.skippedChanged();
             locked.addAll(result.locked());
+            return result;
+        }
+
+        void writeBatch(int batch, long batches, List<UUID> ids) throws SQLException {
+            BatchResult result = updateAndCount(ids);
             out.info("batch %d/%d: rows=%d input_tokens_removed=%d total_rows=%d/%d (%.1f%%)%s%s "
                     + "rate=%s eta=%s", batch + 1, batches, result.rows(), result.inputTokensRemoved(),
                     rowsUpdated, expected.rows(), percent(rowsUpdated, expected.rows()),
@@ -815,12 +818,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 List<UUID> retry = new ArrayList<>(locked);
                 locked.clear();
                 for (int from = 0; from < retry.size(); from += batchSize) {
-                    BatchResult result = updateBatch(retry.subList(from, Math.min(retry.size(), from + batchSize)));
-                    rowsUpdated += result.rows();
-                    tokensRemoved += result.inputTokensRemoved();
-                    clampedRows += result.clampedRows();
-                    skippedChanged += result.skippedChanged();
-                    locked.addAll(result.locked());
+                    updateAndCount(retry.subList(from, Math.min(retry.size(), from + batchSize)));
                 }
                 backoff = backoff.multipliedBy(2);
             }
@@ -838,14 +836,12 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         }
 
         RunRecord loadRun(long id) throws SQLException {
-            try (PreparedStatement ps = conn.prepareStatement("SELECT run_id, status, rows_updated, "
-                    + "window_from, window_to, rolled_up_to FROM " + RUNS_TABLE + " WHERE run_id = ?")) {
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "SELECT " + RunRecord.COLUMNS + " FROM " + RUNS_TABLE + " WHERE run_id = ?")) {
                 ps.setLong(1, id);
                 try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
-                    return new RunRecord(rs.getLong(1), rs.getString(2), rs.getLong(3),
-                            rs.getObject(4, OffsetDateTime.class), rs.getObject(5, OffsetDateTime.class),
-                            rs.getObject(6, OffsetDateTime.class));
+                    return RunRecord.read(rs);
                 }
             }
         }
@@ -1777,6 +1773,13 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
 
     record RunRecord(long runId, String status, long rowsUpdated, OffsetDateTime windowFrom,
                      OffsetDateTime windowTo, OffsetDateTime rolledUpTo) {
+        static final String COLUMNS = "run_id, status, rows_updated, window_from, window_to, rolled_up_to";
+
+        static RunRecord read(ResultSet rs) throws SQLException {
+            return new RunRecord(rs.getLong(1), rs.getString(2), rs.getLong(3),
+                    rs.getObject(4, OffsetDateTime.class), rs.getObject(5, OffsetDateTime.class),
+                    rs.getObject(6, OffsetDateTime.class));
+        }
     }
 
     /** Splits a rollup window into consecutive slices of about {@code sliceRows} updated rows each. */
