@@ -117,6 +117,11 @@ done
 # it starts faster and uses less memory; no hsperfdata files so a read-only
 # root filesystem is fine; UTF-8 output whatever the image's locale.
 set -f
+# Java decodes the arguments with the locale's charset; with no locale (env -i,
+# a bare container) that is ASCII and a value such as 500µs would be mangled.
+if [ -z "${LC_ALL:-}${LC_CTYPE:-}${LANG:-}" ]; then
+  export LC_ALL=C.UTF-8
+fi
 # shellcheck disable=SC2086
 exec "$home/runtime/bin/java" \
   -XX:+UseSerialGC -Xms16m -Xmx192m -XX:TieredStopAtLevel=1 \
