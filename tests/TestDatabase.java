@@ -28,6 +28,7 @@ import java.sql.SQLException;
 import java.sql.Statement;
 import java.time.Duration;
 import java.time.OffsetDateTime;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
@@ -143,7 +144,7 @@ public final class TestDatabase {
         this.adminUser = adminUser;
         this.adminPassword = adminPassword;
         this.maintenanceDb = maintenanceDb;
-        this.extraParams = Map.copyOf(extraParams);
+        this.extraParams = Collections.unmodifiableMap(new LinkedHashMap<>(extraParams));
         this.server = server;
         this.serverLog = serverLog;
         this.runId = randomToken(6);
@@ -189,6 +190,11 @@ public final class TestDatabase {
     }
 
     private static boolean dockerAvailable() {
+        // Without Docker the probe logs an ERROR with a list of strategies it tried. slf4j-nop
+        // swallows it; should a script bring slf4j-simple instead, keep it quiet too.
+        if (System.getProperty("org.slf4j.simpleLogger.log.org.testcontainers") == null) {
+            System.setProperty("org.slf4j.simpleLogger.log.org.testcontainers", "off");
+        }
         try {
             return DockerClientFactory.instance().isDockerAvailable();
         } catch (RuntimeException | LinkageError e) {
@@ -315,6 +321,8 @@ public final class TestDatabase {
                         jdbc ? URLDecoder.decode(v, StandardCharsets.UTF_8) : percentDecode(v));
             }
         }
+        // Pool settings of the platform's Go driver (pool_max_conns=...) mean nothing here.
+        params.keySet().removeIf(k -> k.startsWith("pool_"));
         String user = params.remove("user");
         String password = params.remove("password");
         if (libpq && uri.getRawUserInfo() != null) {
@@ -608,7 +616,7 @@ public final class TestDatabase {
      * The source file's location is not known at run time, so look for the fixture from the
      * working directory: {@code -Dfixture.dir}, else {@code tests/fixture} or {@code fixture}
      * in the current directory or any parent (scripts run from the repository root or from
-     * tests/), else next to the script JBang was asked to run.
+     * tests/). JBang does not tell a script where its source file is.
      */
     private static Path locateFixtureDir() {
         String property = System.getProperty("fixture.dir");
@@ -627,13 +635,6 @@ public final class TestDatabase {
                         && Files.isRegularFile(candidate.resolve("sample_data.sql"))) {
                     return candidate;
                 }
-            }
-        }
-        String source = System.getProperty("jbang.source");
-        if (source != null && !source.contains("://")) {
-            Path dir = Path.of(source).toAbsolutePath().getParent();
-            if (dir != null && Files.isRegularFile(dir.resolve("fixture/schema.sql"))) {
-                return dir.resolve("fixture");
             }
         }
         throw new IllegalStateException("cannot find tests/fixture/schema.sql from " + cwd
