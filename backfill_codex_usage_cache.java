@@ -112,6 +112,18 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
     /** A run whose heartbeat is older than this is taken as dead; its leftovers are cleaned up. */
     static final Duration STALE_RUN_AFTER = Duration.ofMinutes(15);
     static final Duration IDLE_IN_TRANSACTION_TIMEOUT = Duration.ofMinutes(1);
+    /** Serializes "is another run alive? then record mine" between runs (not the rollup's 4246). */
+    static final long RUN_CLAIM_LOCK_ID = 0x6261636b66696c6cL; // "backfill"
+
+    /** Runs recorded as running, with whether they look alive: backend connected, heartbeat recent. */
+    static final String LIVE_RUNS_SQL = """
+            SELECT r.run_id, r.backend_pid,
+                   extract(epoch FROM clock_timestamp() - r.heartbeat_at)::bigint,
+                   r.heartbeat_at > clock_timestamp() - ?::interval
+                   AND EXISTS (SELECT 1 FROM pg_stat_activity a
+                                WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_start)
+              FROM %s r
+             WHERE r.status = 'running'""".formatted(RUNS_TABLE);
 
     @Spec
     CommandSpec spec;
@@ -172,6 +184,11 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                     + "Default: ${DEFAULT-VALUE}.")
     Duration lockTimeout;
 
+    @Option(names = "--allow-later-cutoff",
+            description = "Allow --execute with a cutoff later than one an earlier run used to correct "
+                    + "rows (only when that earlier cutoff was wrong).")
+    boolean allowLaterCutoff;
+
     @Option(names = "--locked-row-retries", defaultValue = "5", paramLabel = "N",
             description = "Rounds of retrying rows another session held locked (waits 0.5s, 1s, "
                     + "2s, ...); rows still locked are reported and the exit code is 1. "
@@ -194,6 +211,13 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
     Reporter out;
     final StopSignal stop = new StopSignal();
 
+    /** pgjdbc logs through java.util.logging to stderr; its warnings would break the one-line rule. */
+    static final java.util.logging.Logger PGJDBC_LOG = java.util.logging.Logger.getLogger("org.postgresql");
+
+    static {
+        PGJDBC_LOG.setLevel(java.util.logging.Level.OFF);
+    }
+
     public static void main(String... args) {
         System.exit(newCommandLine(new backfill_codex_usage_cache()).execute(args));
     }
@@ -201,9 +225,11 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
     static CommandLine newCommandLine(backfill_codex_usage_cache command) {
         CommandLine cmd = new CommandLine(command);
         cmd.setCaseInsensitiveEnumValuesAllowed(true);
+        // An argument starting with @ is a value (a password file must not be read into a message).
+        cmd.setExpandAtFiles(false);
         cmd.setParameterExceptionHandler((ex, args) -> {
             PrintWriter err = ex.getCommandLine().getErr();
-            err.println(Reporter.ERROR_PREFIX + usageMessage(ex));
+            err.println(Reporter.ERROR_PREFIX + command.redact(Reporter.oneLine(usageMessage(ex))));
             err.flush();
             return ExitCode.USAGE;
         });
@@ -211,7 +237,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             PrintWriter err = commandLine.getErr();
             String message = ex instanceof StepFailure || ex instanceof UsageError
                     ? ex.getMessage() : "unexpected " + ex;
-            err.println(Reporter.ERROR_PREFIX + command.redact(firstLine(message)));
+            err.println(Reporter.ERROR_PREFIX + command.redact(Reporter.oneLine(firstLine(message))));
             err.flush();
             return ex instanceof UsageError ? ExitCode.USAGE : ExitCode.SOFTWARE;
         });
@@ -230,6 +256,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         out = new Reporter(spec.commandLine().getErr());
+        stop.install(out);
         validate();
         DatabaseTarget target = DatabaseTarget.resolve(databaseUrl, environment);
         out.addSecrets(target.secrets());
@@ -240,36 +267,46 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         try (Connection conn = target.connect()) {
             checkCutoffAgainstDatabaseClock(conn);
             preflight(conn);
+            checkWorkspaceExists(conn);
+            boolean hasRunRecords = queryOne(conn, "SELECT to_regclass('" + RUNS_TABLE + "') IS NOT NULL",
+                    rs -> rs.getBoolean(1));
+            if (hasRunRecords) {
+                checkCutoffAgainstEarlierRuns(conn);
+            }
             List<SummaryRow> summary = loadDryRunSummary(conn);
             Totals totals = Totals.of(summary);
             printSummary(summary, totals);
-            List<RunRecord> pending = loadPendingRuns(conn);
+            warnIfMostlyClamped(totals);
+            if (totals.rows() == 0) {
+                out.info("no eligible Codex task_usage rows found; nothing to do");
+            }
 
             if (!execute) {
+                List<RunRecord> pending = hasRunRecords ? loadPendingRuns(conn, 0) : List.of();
                 pending.forEach(run -> out.warn("run %d (%s) updated %d rows but its rollup is not "
                         + "complete; --execute will rebuild window %s..%s first", run.runId(),
                         run.status(), run.rowsUpdated(), formatInstant(run.windowFrom()),
                         formatInstant(run.windowTo())));
-                if (totals.rows() == 0) {
-                    out.info("no eligible Codex task_usage rows found; nothing to do");
-                } else {
+                if (totals.rows() > 0) {
                     out.info("dry-run complete; review the summary, then re-run with --execute "
                             + "to apply the backfill");
                 }
                 return ExitCode.OK;
             }
-            if (totals.rows() == 0 && (pending.isEmpty() || !rebuildRollup)) {
-                out.info("no eligible Codex task_usage rows found; nothing to do");
+            if (totals.rows() == 0 && !hasRunRecords) {
                 return ExitCode.OK;
             }
-            stop.install(out);
-            Backfill backfill = new Backfill(conn, target, totals, pending);
+            Backfill backfill = new Backfill(conn, target, totals);
             try {
                 return backfill.run();
-            } catch (SQLException e) {
+            } catch (SQLException | RuntimeException e) {
+                backfill.markFailed();
+                if (e instanceof RuntimeException runtime) {
+                    throw runtime;
+                }
                 throw new StepFailure("execute stopped: " + firstLine(e.getMessage()) + " (SQLState "
-                        + e.getSQLState() + ") after " + backfill.rowsUpdated + " rows were committed; "
-                        + "re-running the same command is safe", e);
+                        + ((SQLException) e).getSQLState() + ") after " + backfill.rowsUpdated
+                        + " rows were committed; re-running the same command is safe", e);
             }
         } catch (SQLException e) {
             throw new StepFailure("database error: " + firstLine(e.getMessage()) + " (SQLState "
@@ -290,10 +327,11 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             throw usage("--rollup-slice-rows", String.valueOf(rollupSliceRows),
                     "must be 0 (one call) or a positive number of rows");
         }
-        requireNonNegative("--sleep-between-batches", sleepBetweenBatches);
-        requireNonNegative("--rollup-lock-wait", rollupLockWait);
-        requirePositive("--statement-timeout", statementTimeout);
-        requirePositive("--lock-timeout", lockTimeout);
+        requireBetween("--sleep-between-batches", sleepBetweenBatches, Duration.ZERO, Duration.ofHours(24));
+        requireBetween("--rollup-lock-wait", rollupLockWait, Duration.ZERO, Duration.ofHours(24));
+        // PostgreSQL takes these settings in milliseconds as a 32-bit integer (about 24.8 days).
+        requireBetween("--statement-timeout", statementTimeout, Duration.ofMillis(1), Duration.ofMillis(Integer.MAX_VALUE));
+        requireBetween("--lock-timeout", lockTimeout, Duration.ofMillis(1), Duration.ofMillis(Integer.MAX_VALUE));
         Instant now = Instant.now();
         if (!cutoff.toInstant().isBefore(now)) {
             throw usage("--cutoff", formatInstant(cutoff), "must be in the past (now "
@@ -302,24 +340,26 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         }
         if (output != null) {
             Path parent = output.toAbsolutePath().getParent();
-            if (parent == null || !Files.isDirectory(parent)) {
-                throw usage("--output", output.toString(), "its directory does not exist");
-            }
             if (Files.isDirectory(output)) {
                 throw usage("--output", output.toString(), "is a directory; give a file name");
             }
+            if (parent == null || !Files.isDirectory(parent)) {
+                throw usage("--output", output.toString(), "its directory does not exist");
+            }
+            if (!Files.isWritable(parent) && !Files.isWritable(output)) {
+                throw usage("--output", output.toString(), "is not writable by this user");
+            }
         }
     }
 
-    void requireNonNegative(String option, Duration value) {
-        if (value.isNegative()) {
-            throw usage(option, GoDurationConverter.format(value), "must not be negative");
+    void requireBetween(String option, Duration value, Duration min, Duration max) {
+        if (value.compareTo(min) < 0) {
+            throw usage(option, GoDurationConverter.format(value), min.isZero() ? "must not be negative"
+                    : "must be at least " + GoDurationConverter.format(min));
         }
-    }
-
-    void requirePositive(String option, Duration value) {
-        if (value.isNegative() || value.isZero() || value.toMillis() < 1) {
-            throw usage(option, GoDurationConverter.format(value), "must be at least 1ms");
+        if (value.compareTo(max) > 0) {
+            throw usage(option, GoDurationConverter.format(value), "must be at most "
+                    + GoDurationConverter.format(max));
         }
     }
 
@@ -344,6 +384,46 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             throw usage("--cutoff", formatInstant(cutoff), "must be in the past by the database "
                     + "clock (now " + formatInstant(dbNow) + "); a future cutoff could correct rows "
                     + "written after the fix");
+        }
+    }
+
+    void checkWorkspaceExists(Connection conn) throws SQLException {
+        if (workspaceId != null && !queryOne(conn, "SELECT EXISTS (SELECT 1 FROM agent WHERE workspace_id = ?)",
+                rs -> rs.getBoolean(1), workspaceId)) {
+            throw usage("--workspace-id", workspaceId.toString(), "no agent in this database belongs to "
+                    + "that workspace; check the id and the database");
+        }
+    }
+
+    /**
+     * A later cutoff than one that already corrected rows would also correct rows the fixed
+     * ingestion wrote between the two: refused for --execute unless explicitly allowed.
+     */
+    void checkCutoffAgainstEarlierRuns(Connection conn) throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement("SELECT run_id, cutoff FROM " + RUNS_TABLE
+                + " WHERE rows_updated > 0 AND cutoff < ? ORDER BY cutoff LIMIT 1")) {
+            ps.setObject(1, cutoff);
+            try (ResultSet rs = ps.executeQuery()) {
+                if (!rs.next()) {
+                    return;
+                }
+                String reason = "it is later than cutoff " + formatInstant(rs.getObject(2, OffsetDateTime.class))
+                        + " that run " + rs.getLong(1) + " used to correct rows; rows the fixed ingestion "
+                        + "wrote between the two would be corrected wrongly. Use the same cutoff, or pass "
+                        + "--allow-later-cutoff if the earlier one was wrong";
+                if (execute && !allowLaterCutoff) {
+                    throw usage("--cutoff", formatInstant(cutoff), reason);
+                }
+                out.warn("--cutoff %s: %s", formatInstant(cutoff), reason);
+            }
+        }
+    }
+
+    void warnIfMostlyClamped(Totals totals) {
+        if (totals.rows() > 0 && totals.clampedRows() * 10 > totals.rows()) {
+            out.warn("%d of %d eligible rows (%.0f%%) would be clamped to 0; that is unusual for rows "
+                    + "written before the fix and may mean --cutoff is later than its real deployment",
+                    totals.clampedRows(), totals.rows(), percent(totals.clampedRows(), totals.rows()));
         }
     }
 
@@ -484,7 +564,12 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         }
         String text = SummaryFormat.render(format, rows, totals, cutoff, workspaceId);
         if (output != null) {
-            Files.writeString(output, text, StandardCharsets.UTF_8);
+            try {
+                Files.writeString(output, text, StandardCharsets.UTF_8);
+            } catch (IOException e) {
+                throw new StepFailure("cannot write the summary to " + output + ": " + e
+                        + "; nothing was written to the database");
+            }
             out.info("summary written to %s (%s)", output, format);
         } else {
             PrintWriter stdout = spec.commandLine().getOut();
@@ -500,6 +585,8 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 run_id               bigserial PRIMARY KEY,
                 started_at           timestamptz NOT NULL DEFAULT now(),
                 heartbeat_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+                backend_pid          integer,
+                backend_start        timestamptz,
                 finished_at          timestamptz,
                 status               text NOT NULL DEFAULT 'running',
                 cutoff               timestamptz NOT NULL,
@@ -516,22 +603,21 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             )""".formatted(RUNS_TABLE);
 
     /**
-     * Runs whose recorded update window is not rolled up to its end. Liveness does not matter: a
-     * run killed with no chance to clean up looks exactly like a live one, and rolling up a live
-     * run's window early is harmless (the rollup is idempotent; that run still rolls up the rest).
+     * Runs whose recorded update window is not rolled up to its end. An --execute run reads them
+     * only after making sure no other run is alive (see claimRun): a live run may still commit a
+     * batch whose updated_at falls inside a window rolled up before that commit.
      */
     static final String PENDING_RUNS_SQL = """
             SELECT %s
               FROM %s
              WHERE window_from IS NOT NULL AND (rolled_up_to IS NULL OR rolled_up_to < window_to)
+               AND run_id <> ?
              ORDER BY run_id""".formatted(RunRecord.COLUMNS, RUNS_TABLE);
 
-    List<RunRecord> loadPendingRuns(Connection conn) throws SQLException {
-        if (queryOne(conn, "SELECT to_regclass('" + RUNS_TABLE + "') IS NULL", rs -> rs.getBoolean(1))) {
-            return List.of();
-        }
+    List<RunRecord> loadPendingRuns(Connection conn, long exceptRunId) throws SQLException {
         List<RunRecord> runs = new ArrayList<>();
         try (PreparedStatement ps = conn.prepareStatement(PENDING_RUNS_SQL)) {
+            ps.setLong(1, exceptRunId);
             try (ResultSet rs = ps.executeQuery()) {
                 while (rs.next()) {
                     runs.add(RunRecord.read(rs));
@@ -548,7 +634,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         final Connection conn;
         final DatabaseTarget target;
         final Totals expected;
-        final List<RunRecord> pending;
         final long startNanos = System.nanoTime();
         long runId;
         String queueTable;
@@ -560,18 +645,18 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         long rollupRowsTouched;
         boolean rollupIncomplete;
 
-        Backfill(Connection conn, DatabaseTarget target, Totals expected, List<RunRecord> pending) {
+        Backfill(Connection conn, DatabaseTarget target, Totals expected) {
             this.conn = conn;
             this.target = target;
             this.expected = expected;
-            this.pending = pending;
         }
 
         int run() throws SQLException {
             ensureRunsTable();
-            cleanUpAbandonedRuns();
+            claimRun();
+            dropLeftoverQueues();
             if (rebuildRollup) {
-                for (RunRecord earlier : pending) {
+                for (RunRecord earlier : loadPendingRuns(conn, runId)) {
                     out.info("run %d left its rollup incomplete; rebuilding its window first", earlier.runId());
                     rebuildRollupFor(earlier);
                     if (rollupIncomplete) {
@@ -582,8 +667,8 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             if (expected.rows() == 0) {
                 return finish(null);
             }
-            startRun();
             long batches = buildQueue();
+            stop.enterWritePhase();
             for (int batch = 0; batch < batches && !stop.requested(); batch++) {
                 if (batch > 0 && !stop.sleep(sleepBetweenBatches)) {
                     break;
@@ -609,18 +694,70 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             }, "create run record table");
         }
 
-        void cleanUpAbandonedRuns() throws SQLException {
-            List<Long> dead = new ArrayList<>();
-            try (PreparedStatement ps = conn.prepareStatement("UPDATE " + RUNS_TABLE
-                    + " SET status = 'abandoned' WHERE status = 'running'"
-                    + " AND heartbeat_at < clock_timestamp() - ?::interval RETURNING run_id")) {
-                ps.setString(1, STALE_RUN_AFTER.toSeconds() + " seconds");
-                try (ResultSet rs = ps.executeQuery()) {
-                    while (rs.next()) {
-                        dead.add(rs.getLong(1));
+        /**
+         * Records this run, refusing to start while another run is alive: its backend is still
+         * connected and its heartbeat is recent. Runs that died (kill -9, a dropped tunnel) are
+         * marked abandoned. A transaction-scoped advisory lock makes the check and the insert
+         * one step, so two runs started together cannot both pass.
+         */
+        void claimRun() throws SQLException {
+            // A killed client's backend notices the closed socket within moments: look twice more.
+            for (int attempt = 1; ; attempt++) {
+                try {
+                    runId = tryClaimRun();
+                    break;
+                } catch (StepFailure busy) {
+                    if (attempt == 3) {
+                        throw busy;
                     }
+                    sleepQuietly(Duration.ofSeconds(1));
                 }
             }
+            queueTable = QUEUE_TABLE_PREFIX + runId;
+            out.info("run %d recorded in %s", runId, RUNS_TABLE);
+        }
+
+        long tryClaimRun() throws SQLException {
+            return inTransaction(conn, lockTimeout, () -> {
+                queryOne(conn, "SELECT pg_advisory_xact_lock(?)", rs -> null, RUN_CLAIM_LOCK_ID);
+                List<String> dead = new ArrayList<>();
+                try (PreparedStatement ps = conn.prepareStatement(LIVE_RUNS_SQL)) {
+                    ps.setString(1, STALE_RUN_AFTER.toSeconds() + " seconds");
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            if (rs.getBoolean(4)) {
+                                throw new StepFailure("another --execute is in progress: run " + rs.getLong(1)
+                                        + " (backend pid " + rs.getInt(2) + ", last batch " + rs.getLong(3)
+                                        + "s ago); run one at a time: wait for it to finish or stop it first");
+                            }
+                            dead.add(String.valueOf(rs.getLong(1)));
+                        }
+                    }
+                }
+                if (!dead.isEmpty()) {
+                    execute("UPDATE " + RUNS_TABLE + " SET status = 'abandoned', finished_at = clock_timestamp()"
+                            + " WHERE run_id IN (" + String.join(",", dead) + ")");
+                    out.warn("earlier run(s) %s died without cleaning up; marked abandoned", dead);
+                }
+                try (PreparedStatement ps = conn.prepareStatement("INSERT INTO " + RUNS_TABLE
+                        + " (cutoff, workspace_id, batch_size, rebuild_rollup, eligible_at_start, backend_pid,"
+                        + " backend_start) SELECT ?, ?, ?, ?, ?, pid, backend_start FROM pg_stat_activity"
+                        + " WHERE pid = pg_backend_pid() RETURNING run_id")) {
+                    ps.setObject(1, cutoff);
+                    ps.setObject(2, workspaceId);
+                    ps.setInt(3, batchSize);
+                    ps.setBoolean(4, rebuildRollup);
+                    ps.setLong(5, expected.rows());
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        return rs.getLong(1);
+                    }
+                }
+            }, "record run start");
+        }
+
+        /** Work queues of runs that are over (finished, failed, abandoned) are dropped. */
+        void dropLeftoverQueues() throws SQLException {
             List<String> leftovers = new ArrayList<>();
             try (PreparedStatement ps = conn.prepareStatement("""
                     SELECT c.relname FROM pg_class c
@@ -635,30 +772,24 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             for (String table : leftovers) {
                 execute("DROP TABLE IF EXISTS " + table);
             }
-            if (!dead.isEmpty() || !leftovers.isEmpty()) {
-                out.warn("earlier runs %s stopped without cleaning up; marked abandoned, dropped %d "
-                        + "leftover work queue table(s)", dead, leftovers.size());
+            if (!leftovers.isEmpty()) {
+                out.info("dropped %d work queue table(s) left by earlier runs", leftovers.size());
             }
         }
 
-        void startRun() throws SQLException {
-            runId = inTransaction(conn, lockTimeout, () -> {
-                try (PreparedStatement ps = conn.prepareStatement("INSERT INTO " + RUNS_TABLE
-                        + " (cutoff, workspace_id, batch_size, rebuild_rollup, eligible_at_start)"
-                        + " VALUES (?, ?, ?, ?, ?) RETURNING run_id")) {
-                    ps.setObject(1, cutoff);
-                    ps.setObject(2, workspaceId);
-                    ps.setInt(3, batchSize);
-                    ps.setBoolean(4, rebuildRollup);
-                    ps.setLong(5, expected.rows());
-                    try (ResultSet rs = ps.executeQuery()) {
-                        rs.next();
-                        return rs.getLong(1);
-                    }
-                }
-            }, "record run start");
-            queueTable = QUEUE_TABLE_PREFIX + runId;
-            out.info("run %d recorded in %s", runId, RUNS_TABLE);
+        /** Best effort after a failure: the run is over and its queue can go; a dead connection skips it. */
+        void markFailed() {
+            if (runId == 0) {
+                return;
+            }
+            try {
+                conn.setAutoCommit(true);
+                execute("UPDATE " + RUNS_TABLE + " SET status = 'failed', finished_at = clock_timestamp()"
+                        + " WHERE run_id = " + runId);
+                dropQueue();
+            } catch (SQLException ignored) {
+                // The next run finds this one dead and cleans up.
+            }
         }
 
         /**
@@ -761,10 +892,13 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             String stillEligible = "SELECT tu.id FROM task_usage tu WHERE tu.id = ANY(?) AND " + ELIGIBLE;
             String recordWindow = """
                     UPDATE %s
-                       SET window_from = COALESCE(window_from, now() - interval '1 second'),
-                           window_to = clock_timestamp() + interval '1 second',
+                       SET window_from = CASE WHEN ? > 0 THEN COALESCE(window_from, now() - interval '1 second')
+                                              ELSE window_from END,
+                           window_to = CASE WHEN ? > 0 THEN clock_timestamp() + interval '1 second'
+                                            ELSE window_to END,
                            rows_updated = rows_updated + ?, input_tokens_removed = input_tokens_removed + ?,
-                           heartbeat_at = clock_timestamp()
+                           heartbeat_at = clock_timestamp(), backend_pid = pg_backend_pid(),
+                           backend_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
                      WHERE run_id = ?""".formatted(RUNS_TABLE);
             return withRetries("update batch", () -> inTransaction(conn, statementTimeout, () -> {
                 Array idArray = conn.createArrayOf("uuid", ids.toArray());
@@ -795,13 +929,13 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                         }
                     }
                 }
-                if (rows > 0) {
-                    try (PreparedStatement ps = conn.prepareStatement(recordWindow)) {
-                        ps.setLong(1, rows);
-                        ps.setLong(2, removed);
-                        ps.setLong(3, runId);
-                        ps.executeUpdate();
-                    }
+                try (PreparedStatement ps = conn.prepareStatement(recordWindow)) {
+                    ps.setLong(1, rows);
+                    ps.setLong(2, rows);
+                    ps.setLong(3, rows);
+                    ps.setLong(4, removed);
+                    ps.setLong(5, runId);
+                    ps.executeUpdate();
                 }
                 return new BatchResult(rows, removed, clamped,
                         ids.size() - rows - skippedLocked.size(), skippedLocked);
@@ -1193,8 +1327,12 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 throw new TypeConversionException("'" + value + "' is not a duration; use a number "
                         + "with a unit, e.g. 500ms, 1s, 1m30s (units: ns, us, ms, s, m, h)");
             }
-            Duration d = Duration.ofNanos(nanos.setScale(0, java.math.RoundingMode.DOWN).longValueExact());
-            return negative ? d.negated() : d;
+            try {
+                Duration d = Duration.ofNanos(nanos.setScale(0, java.math.RoundingMode.DOWN).longValueExact());
+                return negative ? d.negated() : d;
+            } catch (ArithmeticException e) {
+                throw new TypeConversionException("'" + value + "' is too large a duration");
+            }
         }
 
         static String format(Duration d) {
@@ -1203,6 +1341,10 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             }
             StringBuilder sb = new StringBuilder(d.isNegative() ? "-" : "");
             Duration abs = d.abs();
+            if (abs.compareTo(Duration.ofSeconds(1)) < 0) {
+                return abs.toMillis() > 0 ? sb.append(abs.toMillis()).append("ms").toString()
+                        : sb.append(abs.toNanos() / 1000).append("us").toString();
+            }
             if (abs.toHours() > 0) {
                 sb.append(abs.toHours()).append('h');
             }
@@ -1215,8 +1357,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                     sb.append(String.format(Locale.ROOT, ".%03d", abs.toMillisPart()).replaceAll("0+$", ""));
                 }
                 sb.append('s');
-            } else if (sb.length() == (d.isNegative() ? 1 : 0)) {
-                sb.append(abs.toNanos() / 1000).append("us");
             }
             return sb.toString();
         }
@@ -1268,20 +1408,51 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         static DatabaseTarget parse(String url, String source) {
             String trimmed = url.trim();
             String lower = trimmed.toLowerCase(Locale.ROOT);
-            if (lower.startsWith("jdbc:postgresql:")) {
-                return fromJdbc(trimmed, source);
+            try {
+                if (lower.startsWith("jdbc:postgresql:")) {
+                    return fromJdbc(trimmed, source);
+                }
+                if (lower.startsWith("postgres://") || lower.startsWith("postgresql://")) {
+                    return fromLibpqUri(trimmed, source);
+                }
+            } catch (UsageError e) {
+                // A malformed URL may be split in the wrong place, so any fragment echoed in the
+                // message could hold (part of) the password: mask what could be the userinfo.
+                String message = e.getMessage();
+                for (String candidate : possibleSecrets(trimmed)) {
+                    message = message.replace(candidate, "****");
+                }
+                throw new UsageError(message);
             }
-            if (lower.startsWith("postgres://") || lower.startsWith("postgresql://")) {
-                return fromLibpqUri(trimmed, source);
-            }
-            throw new UsageError(source + " must start with postgres://, postgresql:// or "
-                    + "jdbc:postgresql: (got a value starting '" + safePrefix(trimmed) + "')");
+            throw new UsageError(source + " must start with postgres://, postgresql:// or jdbc:postgresql:"
+                    + (trimmed.contains("=") && !trimmed.contains("://")
+                            ? " (libpq key=value strings are not supported; write it as a URL)" : ""));
         }
 
-        static String safePrefix(String url) {
-            int cut = url.indexOf("://");
-            String scheme = cut >= 0 ? url.substring(0, cut + 3) : url.substring(0, Math.min(url.length(), 12));
-            return scheme.replaceAll("[^A-Za-z0-9:/+.-]", "?");
+        /** Everything between the scheme and the last '@', with and without decoding, and its pieces. */
+        static List<String> possibleSecrets(String url) {
+            int scheme = url.indexOf("://");
+            int at = url.lastIndexOf('@');
+            List<String> candidates = new ArrayList<>();
+            if (scheme >= 0 && at > scheme) {
+                String userinfo = url.substring(scheme + 3, at);
+                int colon = userinfo.indexOf(':');
+                String password = colon >= 0 ? userinfo.substring(colon + 1) : "";
+                for (String piece : password.split("[/?#&=@:]")) {
+                    if (piece.length() >= Reporter.MIN_SECRET_LENGTH) {
+                        candidates.add(piece);
+                    }
+                }
+                candidates.add(0, password);
+                try {
+                    candidates.add(0, java.net.URLDecoder.decode(password.replace("+", "%2B"), StandardCharsets.UTF_8));
+                } catch (IllegalArgumentException malformed) {
+                    // Only the raw form can appear then.
+                }
+            }
+            candidates.removeIf(c -> c.length() < Reporter.MIN_SECRET_LENGTH);
+            candidates.sort((a, b) -> b.length() - a.length());
+            return candidates;
         }
 
         static DatabaseTarget fromJdbc(String url, String source) {
@@ -1380,6 +1551,10 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 throw new UsageError("PGHOST names a Unix socket directory; this tool connects over "
                         + "TCP: set PGHOST to a host name such as localhost");
             }
+            String dbname = keywords.getOrDefault("dbname", "");
+            if (dbname.contains("://") || dbname.contains("=")) {
+                throw new UsageError("PGDATABASE holds a connection string; put it in DATABASE_URL instead");
+            }
             return fromKeywords(keywords, "the PG* environment variables", false);
         }
 
@@ -1439,9 +1614,15 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 secrets.add(keywords.get("password"));
                 secrets.add(java.net.URLEncoder.encode(keywords.get("password"), StandardCharsets.UTF_8));
             }
+            String[] hostNames = hosts.split(",");
+            String[] ports = port == null ? new String[] {null} : port.split(",");
+            if (ports.length != 1 && ports.length != hostNames.length) {
+                throw new UsageError(source + ": give one port, or one port per host (" + hostNames.length
+                        + " hosts, " + ports.length + " ports)");
+            }
             List<String> hostList = new ArrayList<>();
-            for (String host : hosts.split(",")) {
-                hostList.add(hostWithPort(host.trim(), port, source));
+            for (int i = 0; i < hostNames.length; i++) {
+                hostList.add(hostWithPort(hostNames[i].trim(), ports[ports.length == 1 ? 0 : i], source));
             }
             String url = "jdbc:postgresql://" + String.join(",", hostList) + "/"
                     + (dbname == null ? "" : org.postgresql.util.URLCoder.encode(dbname));
@@ -1463,6 +1644,8 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 if (host.length() > close + 1 && host.charAt(close + 1) == ':') {
                     hostPort = host.substring(close + 2);
                 }
+            } else if (host.indexOf(':') != host.lastIndexOf(':')) {
+                name = "[" + host + "]"; // a bare IPv6 address, as libpq's host= takes it
             } else if (host.indexOf(':') >= 0) {
                 name = host.substring(0, host.indexOf(':'));
                 hostPort = host.substring(host.indexOf(':') + 1);
@@ -1648,8 +1831,16 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             this.err = err;
         }
 
+        /** Secrets shorter than this are not masked: replacing "2" would garble every number. */
+        static final int MIN_SECRET_LENGTH = 4;
+
         void addSecrets(List<String> values) {
-            values.stream().filter(s -> s != null && !s.isEmpty()).forEach(secrets::add);
+            values.stream().filter(s -> s != null && s.length() >= MIN_SECRET_LENGTH).forEach(secrets::add);
+        }
+
+        /** Control characters (newlines, escapes) from echoed values cannot forge extra lines. */
+        static String oneLine(String text) {
+            return text.replaceAll("\\p{Cntrl}", "?");
         }
 
         String redact(String text) {
@@ -1671,33 +1862,67 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         synchronized void log(String level, String format, Object... args) {
             String message = args.length == 0 ? format : String.format(Locale.ROOT, format, args);
             err.println(formatInstant(Instant.now().truncatedTo(ChronoUnit.SECONDS)) + " " + level + " "
-                    + redact(message));
+                    + redact(oneLine(message)));
             err.flush();
         }
     }
 
-    /** SIGTERM/SIGINT ask the run to stop after the current batch; a second signal aborts at once. */
+    /**
+     * SIGTERM/SIGINT: before the first batch the run exits at once (nothing of task_usage was
+     * written); during the batches it stops after the current one; a second signal aborts.
+     */
     static final class StopSignal {
         private final CountDownLatch latch = new CountDownLatch(1);
         private volatile String signalName;
+        private volatile boolean writing;
+
+        void enterWritePhase() {
+            writing = true;
+        }
 
         void install(Reporter out) {
             for (String name : List.of("TERM", "INT")) {
-                try {
-                    sun.misc.Signal.handle(new sun.misc.Signal(name), signal -> {
-                        if (signalName != null) {
-                            out.warn("second SIG%s: aborting now; the open batch rolls back and a re-run "
-                                    + "is safe", signal.getName());
-                            Runtime.getRuntime().halt(ExitCode.SOFTWARE);
-                        }
-                        signalName = "SIG" + signal.getName();
-                        out.warn("%s received: stopping after the current batch (send it again to abort "
-                                + "at once)", signalName);
-                        latch.countDown();
-                    });
-                } catch (IllegalArgumentException e) {
-                    // The signal is not available on this platform (or reserved by the JVM).
-                }
+                onSignal(name, () -> {
+                    if (!writing) {
+                        out.warn("SIG%s received before any row was written: exiting", name);
+                        Runtime.getRuntime().halt(ExitCode.SOFTWARE);
+                    }
+                    if (signalName != null) {
+                        out.warn("second SIG%s: aborting now; the open batch rolls back and a re-run "
+                                + "is safe", name);
+                        Runtime.getRuntime().halt(ExitCode.SOFTWARE);
+                    }
+                    signalName = "SIG" + name;
+                    out.warn("%s received: stopping after the current batch (send it again to abort "
+                            + "at once)", signalName);
+                    latch.countDown();
+                });
+            }
+        }
+
+        /**
+         * Installs a handler through sun.misc.Signal (module jdk.unsupported), reached by
+         * reflection so that compiling the script prints no proprietary-API warnings. Where the
+         * signal cannot be handled (reserved by the JVM, or ignored since launch) the default stays.
+         */
+        static void onSignal(String name, Runnable action) {
+            try {
+                Class<?> signalClass = Class.forName("sun.misc.Signal");
+                Class<?> handlerClass = Class.forName("sun.misc.SignalHandler");
+                Object handler = java.lang.reflect.Proxy.newProxyInstance(handlerClass.getClassLoader(),
+                        new Class<?>[] {handlerClass}, (proxy, method, args) -> switch (method.getName()) {
+                            case "handle" -> {
+                                action.run();
+                                yield null;
+                            }
+                            case "hashCode" -> System.identityHashCode(proxy);
+                            case "equals" -> proxy == args[0];
+                            default -> "signal handler for SIG" + name;
+                        });
+                signalClass.getMethod("handle", signalClass, handlerClass)
+                        .invoke(null, signalClass.getConstructor(String.class).newInstance(name), handler);
+            } catch (ReflectiveOperationException | RuntimeException e) {
+                // No handler: the JVM's default applies (exit at once; a re-run is safe).
             }
         }
 

@@ -456,7 +456,8 @@ public class backfill_codex_usage_cacheTest {
         @Test
         void formatsDurationsTheGoWay() {
             assertEquals("1m30s", backfill_codex_usage_cache.GoDurationConverter.format(Duration.ofSeconds(90)));
-            assertEquals("0.5s", backfill_codex_usage_cache.GoDurationConverter.format(Duration.ofMillis(500)));
+            assertEquals("500ms", backfill_codex_usage_cache.GoDurationConverter.format(Duration.ofMillis(500)));
+            assertEquals("1.5s", backfill_codex_usage_cache.GoDurationConverter.format(Duration.ofMillis(1500)));
             assertEquals("0s", backfill_codex_usage_cache.GoDurationConverter.format(Duration.ZERO));
         }
 
@@ -948,9 +949,9 @@ public class backfill_codex_usage_cacheTest {
 
             try (Connection conn = target.connect()) {
                 var totals = new backfill_codex_usage_cache.Totals(3, 0, 0, 0, 0, null, null);
-                var backfill = command.new Backfill(conn, target, totals, List.of());
+                var backfill = command.new Backfill(conn, target, totals);
                 backfill.ensureRunsTable();
-                backfill.startRun();
+                backfill.claimRun();
                 backfill.buildQueue();
                 // Ingestion upserts the row after the tool read it: new count, updated_at = now().
                 sql("UPDATE task_usage SET input_tokens = 4242, updated_at = now() WHERE id = ?", ids.get(1));
