@@ -583,7 +583,14 @@ public class backfill_codex_usage_cacheTest {
                 Arguments.of("url bad connect_timeout", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--database-url", "postgres://backfill_app:" + pw + "@h/db?connect_timeout=soon"}, "connect_timeout"),
                 Arguments.of("url unterminated ipv6", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--database-url", "postgres://backfill_app:" + pw + "@[::1/db"}, "IPv6"),
                 Arguments.of("jdbc url with userinfo", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--database-url", "jdbc:postgresql://backfill_app:" + pw + "@h/db"}, "does not take user:password@"),
-                Arguments.of("locked row retries too many", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--locked-row-retries", "99", "--database-url", url}, "--locked-row-retries"));
+                Arguments.of("locked row retries too many", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--locked-row-retries", "99", "--database-url", url}, "--locked-row-retries"),
+                Arguments.of("statement timeout beyond PostgreSQL", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--statement-timeout", "600h", "--database-url", url}, "must be at most"),
+                Arguments.of("lock timeout beyond PostgreSQL", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--lock-timeout", "600h", "--database-url", url}, "must be at most"),
+                Arguments.of("sleep that overflows", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--sleep-between-batches", "9999999999h", "--database-url", url}, "too large"),
+                Arguments.of("rollup lock wait beyond a day", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--rollup-lock-wait", "2562047h", "--database-url", url}, "must be at most"),
+                Arguments.of("cutoff with a forged log line", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z\nINFO done: status=finished", "--database-url", url}, "--cutoff"),
+                Arguments.of("output to a directory", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--output", "/", "--database-url", url}, "is a directory"),
+                Arguments.of("ports do not match hosts", Map.of("PGHOST", "a,b,c", "PGPORT", "1,2"), new String[] {"--cutoff", "2026-06-13T08:00:00Z"}, "one port per host"));
     }
 
     @Nested
@@ -638,6 +645,34 @@ public class backfill_codex_usage_cacheTest {
                 assertTrue(r.stdout().contains(flag), flag + " in help");
             }
             assertTrue(r.stdout().contains("Exit codes"), r.stdout());
+        }
+
+        @ParameterizedTest(name = "no password fragment in the error for {0}")
+        @CsvSource(delimiter = '|', value = {
+            "raw slash|DATABASE_URL|postgres://app:hunter2/s3cr3tpw@127.0.0.1:1/db",
+            "raw hash|DATABASE_URL|postgres://app:hunter2#s3cr3tpw@127.0.0.1:1/db",
+            "raw question mark|DATABASE_URL|postgres://app:hunter2?s3cr3tpw=x@127.0.0.1:1/db",
+            "raw question mark, no value|DATABASE_URL|postgres://app:hunter2?s3cr3tpw@127.0.0.1:1/db",
+            "no scheme|DATABASE_URL|app:hunter2s3cr3tpw@127.0.0.1:1/db",
+            "key=value string|DATABASE_URL|password=hunter2s3cr3tpw host=127.0.0.1",
+            "URI in PGDATABASE|PGDATABASE|postgres://app:hunter2s3cr3tpw@127.0.0.1:1/db"})
+        void malformedUrlsNeverEchoThePassword(String name, String variable, String value) {
+            Result r = run(Map.of(variable, value), "--cutoff", "2026-06-13T08:00:00Z");
+
+            assertEquals(2, r.exitCode(), r.describe());
+            assertEquals(1, r.errorLines().size(), r.describe());
+            assertFalse(r.all().contains("hunter2") || r.all().contains("s3cr3t"), r.describe());
+        }
+
+        @Test
+        void argumentStartingWithAtIsNotReadAsAFile(@org.junit.jupiter.api.io.TempDir Path dir) throws IOException {
+            Path file = dir.resolve("pgpass");
+            Files.writeString(file, "127.0.0.1:5432:db:app:hunter2s3cr3tpw\n");
+
+            Result r = run(Map.of(), "--cutoff", "@" + file, "--database-url", UNREACHABLE_URL);
+
+            assertEquals(2, r.exitCode(), r.describe());
+            assertFalse(r.all().contains("hunter2"), r.describe());
         }
 
         @Test
@@ -754,6 +789,25 @@ public class backfill_codex_usage_cacheTest {
             assertEquals(0L, scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'backfill_codex_usage_cache%'",
                     Long.class), "no tool tables created by a dry-run");
             assertTrue(r.stderr().contains("re-run with --execute"), r.stderr());
+        }
+
+        @Test
+        void unknownWorkspaceIsRefusedWithExit2() throws Exception {
+            KindsOfRows.seed(this);
+
+            Result r = dryRunJson("--workspace-id", "3f2c1a9e-0b7d-4c1e-9a51-2d6f8e4b7c10");
+
+            assertEquals(2, r.exitCode(), r.describe());
+            assertTrue(r.errorLines().get(0).contains("no agent in this database belongs to that workspace"), r.describe());
+        }
+
+        @Test
+        void warnsWhenManyRowsWouldBeClamped() throws Exception {
+            KindsOfRows.seed(this);
+
+            Result r = dryRunJson();
+
+            assertTrue(r.stderr().contains("1 of 5 eligible rows (20%) would be clamped to 0"), r.stderr());
         }
 
         @Test
@@ -1068,6 +1122,63 @@ public class backfill_codex_usage_cacheTest {
         }
 
         @Test
+        void secondConcurrentExecuteIsRefusedAndFirstEndsExact() throws Exception {
+            seedEligibleRows(60);
+            rollupEverything();
+            ToolProcess first = new ToolProcess(db, "--cutoff", CUTOFF_TEXT, "--execute", "--batch-size", "2",
+                    "--sleep-between-batches", "100ms");
+            first.waitFor("INFO batch 3/30", Duration.ofSeconds(60));
+
+            Result second = execute();
+
+            assertEquals(1, second.exitCode(), second.describe());
+            assertTrue(second.errorLines().get(0).contains("another --execute is in progress"), second.describe());
+            assertTrue(first.process.waitFor(60, TimeUnit.SECONDS), "first run finished");
+            assertEquals(0, first.stop(false), first.lastOutput);
+            assertEquals(0, eligibleCount());
+            assertEquals(List.of(), hourlyMismatches(), "the refused run did not disturb the rollup");
+        }
+
+        @Test
+        void laterCutoffThanAnEarlierRunIsRefusedUnlessAllowed() throws Exception {
+            seedEligibleRows(5);
+            assertEquals(0, execute().exitCode());
+            String later = "2026-06-20T00:00:00Z";
+            UUID writtenAfterFirstCutoff = seedUsageRow(WORKSPACE_A, "codex", 800, 300, "2026-06-15T00:00:00Z",
+                    "2026-06-15T00:00:00Z");
+
+            Result refused = runAgainst(db, "--cutoff", later, "--execute");
+            Result allowed = runAgainst(db, "--cutoff", later, "--execute", "--allow-later-cutoff");
+
+            assertEquals(2, refused.exitCode(), refused.describe());
+            assertTrue(refused.errorLines().get(0).contains("--allow-later-cutoff"), refused.describe());
+            assertEquals(0, allowed.exitCode(), allowed.describe());
+            assertInputTokens(writtenAfterFirstCutoff, 500, "corrected only once explicitly allowed");
+        }
+
+        @Test
+        void signalBeforeAnyWriteExitsAtOnceWithALine() throws Exception {
+            seedEligibleRows(10);
+            rollupEverything();
+            try (Connection holder = TestDatabase.shared().adminConnection(db)) {
+                try (Statement st = holder.createStatement()) {
+                    st.execute("SELECT pg_advisory_lock(4246)");
+                }
+                assertEquals(1, execute("--rollup-lock-wait", "1s").exitCode(), "leaves a pending rollup");
+                // The re-run first rebuilds that pending rollup: it waits for the lock before writing.
+                ToolProcess p = new ToolProcess(db, "--cutoff", CUTOFF_TEXT, "--execute");
+                p.waitFor("advisory lock 4246 is busy", Duration.ofSeconds(60));
+
+                int exit = p.stop(false);
+
+                assertEquals(1, exit, p.lastOutput);
+                assertTrue(p.lastOutput.contains("SIGTERM received before any row was written"), p.lastOutput);
+            }
+            assertEquals(0, execute().exitCode(), "a re-run finishes");
+            assertEquals(List.of(), hourlyMismatches());
+        }
+
+        @Test
         void sigtermStopsAfterCurrentBatchAndRerunFinishes() throws Exception {
             seedEligibleRows(60);
             rollupEverything();
@@ -1194,6 +1305,9 @@ public class backfill_codex_usage_cacheTest {
                     r.describe());
             assertEquals(3, r.stderr().lines().filter(l -> l.contains("retrying in")).count(), "bounded retries\n" + r.stderr());
             assertInputTokens(ids.get(5), 1005, "the slow batch rolled back");
+            assertEquals("failed", scalar("SELECT status FROM backfill_codex_usage_cache_runs", String.class));
+            assertEquals(0L, scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'backfill_codex_usage_cache_queue%'",
+                    Long.class), "the failed run dropped its work queue");
 
             sql("DROP TRIGGER slow_row ON task_usage");
             Result rerun = execute();
