@@ -1603,9 +1603,10 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                             props.setProperty(LIBPQ_TO_PGJDBC.get(key), value);
                         } else {
                             throw new UsageError(source + ": unknown parameter '" + safeKey(key)
-                                    + "'; remove it (supported: sslmode, application_name, connect_timeout, "
-                                    + "options, sslrootcert, sslcert, sslkey, target_session_attrs, search_path, "
-                                    + "pool_* which are ignored)");
+                                    + "'; remove it (supported: host, port, dbname, user, password, sslmode, "
+                                    + "application_name, connect_timeout, options, sslrootcert, sslcert, sslkey, "
+                                    + "sslpassword, target_session_attrs, keepalives, gssencmode, channel_binding, "
+                                    + "search_path; pool_* are ignored)");
                         }
                     }
                 }
