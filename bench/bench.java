@@ -704,7 +704,7 @@ public class bench {
 
     static String serverSettings() throws SQLException {
         try (Connection c = pg.adminConnection(controlDb); Statement st = c.createStatement();
-             ResultSet rs = st.executeQuery("SELECT string_agg(name || '=' || setting || COALESCE(unit, ''), ' ' ORDER BY name)"
+             ResultSet rs = st.executeQuery("SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name)"
                      + " FROM pg_settings WHERE name IN ('shared_buffers', 'work_mem', 'maintenance_work_mem',"
                      + " 'max_wal_size', 'fsync', 'synchronous_commit', 'full_page_writes', 'effective_cache_size',"
                      + " 'max_parallel_workers_per_gather', 'jit')")) {
