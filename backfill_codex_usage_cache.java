@@ -195,10 +195,11 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                     + "Default: ${DEFAULT-VALUE}.")
     int lockedRowRetries;
 
-    @Option(names = "--rollup-slice-rows", defaultValue = "100000", paramLabel = "N",
+    @Option(names = "--rollup-slice-rows", defaultValue = "500000", paramLabel = "N",
             description = "Split the rollup rebuild into calls covering about N updated rows each, "
-                    + "so advisory lock 4246 is held for seconds at a time; 0 = one call. "
-                    + "Default: ${DEFAULT-VALUE}.")
+                    + "so advisory lock 4246 is released between calls; 0 = one call. Each call also "
+                    + "pays a pass over all usage rows, so smaller slices hold the lock for less time "
+                    + "but cost more in all. Default: ${DEFAULT-VALUE}.")
     long rollupSliceRows;
 
     @Option(names = "--rollup-lock-wait", defaultValue = "5m", paramLabel = "DURATION",
