@@ -297,7 +297,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             if (totals.rows() == 0 && !hasRunRecords) {
                 return ExitCode.OK;
             }
-            Backfill backfill = new Backfill(conn, target, totals);
+            Backfill backfill = new Backfill(conn, totals);
             try {
                 return backfill.run();
             } catch (SQLException | RuntimeException e) {
@@ -633,7 +633,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
     /** One {@code --execute} run: queue, batches, locked-row retries, rollup, verification. */
     final class Backfill {
         final Connection conn;
-        final DatabaseTarget target;
         final Totals expected;
         final long startNanos = System.nanoTime();
         long runId;
@@ -646,9 +645,8 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
         long rollupRowsTouched;
         boolean rollupIncomplete;
 
-        Backfill(Connection conn, DatabaseTarget target, Totals expected) {
+        Backfill(Connection conn, Totals expected) {
             this.conn = conn;
-            this.target = target;
             this.expected = expected;
         }
 
@@ -1376,16 +1374,14 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                 "PGPASSWORD", "PGSSLMODE", "PGAPPNAME", "PGCONNECT_TIMEOUT", "PGOPTIONS", "PGSSLROOTCERT",
                 "PGSSLCERT", "PGSSLKEY", "PGTARGETSESSIONATTRS");
 
-        /** libpq keywords and the pgjdbc property each becomes; null means a value mapping below. */
+        /** libpq keywords passed on unchanged under their pgjdbc name (others are mapped in fromKeywords). */
         static final Map<String, String> LIBPQ_TO_PGJDBC = Map.ofEntries(
                 Map.entry("user", "user"), Map.entry("password", "password"),
-                Map.entry("sslmode", "sslmode"), Map.entry("application_name", "ApplicationName"),
-                Map.entry("connect_timeout", "connectTimeout"), Map.entry("options", "options"),
+                Map.entry("application_name", "ApplicationName"), Map.entry("options", "options"),
                 Map.entry("sslrootcert", "sslrootcert"), Map.entry("sslcert", "sslcert"),
                 Map.entry("sslkey", "sslkey"), Map.entry("sslpassword", "sslpassword"),
-                Map.entry("target_session_attrs", "targetServerType"),
-                Map.entry("keepalives", "tcpKeepAlive"), Map.entry("gssencmode", "gssEncMode"),
-                Map.entry("channel_binding", "channelBinding"), Map.entry("search_path", "currentSchema"));
+                Map.entry("gssencmode", "gssEncMode"), Map.entry("channel_binding", "channelBinding"),
+                Map.entry("search_path", "currentSchema"));
 
         static final Set<String> SSL_MODES = Set.of("disable", "allow", "prefer", "require", "verify-ca",
                 "verify-full");
@@ -1528,7 +1524,7 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
                     keywords.put(key, percentDecode(pair.substring(eq + 1), source, "parameter " + safeKey(key)));
                 }
             }
-            return fromKeywords(keywords, source, true);
+            return fromKeywords(keywords, source);
         }
 
         static DatabaseTarget fromPgEnvironment(Map<String, String> env) {
@@ -1556,11 +1552,11 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             if (dbname.contains("://") || dbname.contains("=")) {
                 throw new UsageError("PGDATABASE holds a connection string; put it in DATABASE_URL instead");
             }
-            return fromKeywords(keywords, "the PG* environment variables", false);
+            return fromKeywords(keywords, "the PG* environment variables");
         }
 
         /** Maps libpq keywords to a pgjdbc URL and properties; unknown keys are refused. */
-        static DatabaseTarget fromKeywords(Map<String, String> keywords, String source, boolean hostsHavePorts) {
+        static DatabaseTarget fromKeywords(Map<String, String> keywords, String source) {
             Properties props = new Properties();
             List<String> notes = new ArrayList<>();
             List<String> secrets = new ArrayList<>();
@@ -1926,11 +1922,6 @@ public class backfill_codex_usage_cache implements Callable<Integer> {
             } catch (ReflectiveOperationException | RuntimeException e) {
                 // No handler: the JVM's default applies (exit at once; a re-run is safe).
             }
-        }
-
-        void request(String name) {
-            signalName = name;
-            latch.countDown();
         }
 
         boolean requested() {

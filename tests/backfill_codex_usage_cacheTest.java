@@ -1003,7 +1003,7 @@ public class backfill_codex_usage_cacheTest {
 
             try (Connection conn = target.connect()) {
                 var totals = new backfill_codex_usage_cache.Totals(3, 0, 0, 0, 0, null, null);
-                var backfill = command.new Backfill(conn, target, totals);
+                var backfill = command.new Backfill(conn, totals);
                 backfill.ensureRunsTable();
                 backfill.claimRun();
                 backfill.buildQueue();
