@@ -542,6 +542,14 @@ public class backfill_codex_usage_cacheTest {
 
     // ================================================================ command line
 
+    /** --cutoff, the given flags, and a database URL nothing listens on. */
+    static String[] flags(String... extra) {
+        List<String> args = new ArrayList<>(List.of("--cutoff", "2026-06-13T08:00:00Z"));
+        args.addAll(List.of(extra));
+        args.addAll(List.of("--database-url", UNREACHABLE_URL));
+        return args.toArray(String[]::new);
+    }
+
     static Stream<Arguments> badInputs() {
         String url = UNREACHABLE_URL;
         String pw = urlEncode(TestDatabase.APP_PASSWORD);
@@ -553,24 +561,24 @@ public class backfill_codex_usage_cacheTest {
                 Arguments.of("cutoff month 13", Map.of(), new String[] {"--cutoff", "2026-13-01T00:00:00Z", "--database-url", url}, "not a valid date"),
                 Arguments.of("cutoff in nanoseconds", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00.1234567Z", "--database-url", url}, "microseconds"),
                 Arguments.of("cutoff in the future", Map.of(), new String[] {"--cutoff", "2999-01-01T00:00:00Z", "--database-url", url}, "must be in the past"),
-                Arguments.of("cutoff given twice", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--cutoff", "2026-06-12T08:00:00Z", "--database-url", url}, "only once"),
-                Arguments.of("workspace not a uuid", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--workspace-id", "acme", "--database-url", url}, "not a workspace UUID"),
-                Arguments.of("workspace uuid in braces", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--workspace-id", "{aaaaaaaa-0000-4000-8000-000000000001}", "--database-url", url}, "not a workspace UUID"),
-                Arguments.of("workspace empty", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--workspace-id", "", "--database-url", url}, "not a workspace UUID"),
-                Arguments.of("batch size zero", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--batch-size", "0", "--database-url", url}, "--batch-size"),
-                Arguments.of("batch size negative", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--batch-size", "-5", "--database-url", url}, "--batch-size"),
-                Arguments.of("batch size huge", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--batch-size", "1000000", "--database-url", url}, "between 1 and"),
-                Arguments.of("batch size beyond int", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--batch-size", "99999999999", "--database-url", url}, "--batch-size"),
-                Arguments.of("batch size not a number", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--batch-size", "lots", "--database-url", url}, "--batch-size"),
-                Arguments.of("sleep as bare number", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--sleep-between-batches", "5", "--database-url", url}, "not a duration"),
-                Arguments.of("sleep with unknown unit", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--sleep-between-batches", "1x", "--database-url", url}, "not a duration"),
-                Arguments.of("sleep negative", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--sleep-between-batches", "-1s", "--database-url", url}, "must not be negative"),
-                Arguments.of("statement timeout zero", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--statement-timeout", "0", "--database-url", url}, "at least 1ms"),
-                Arguments.of("rebuild-rollup yes", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--rebuild-rollup=yes", "--database-url", url}, "yes"),
-                Arguments.of("execute with a value", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--execute=maybe", "--database-url", url}, "execute"),
-                Arguments.of("unknown flag", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--dry-run", "--database-url", url}, "--dry-run"),
-                Arguments.of("unknown format", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--format", "xml", "--database-url", url}, "xml"),
-                Arguments.of("output dir missing", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--output", "/nonexistent/dir/summary.csv", "--database-url", url}, "directory does not exist"),
+                Arguments.of("cutoff given twice", Map.of(), flags("--cutoff", "2026-06-12T08:00:00Z"), "only once"),
+                Arguments.of("workspace not a uuid", Map.of(), flags("--workspace-id", "acme"), "not a workspace UUID"),
+                Arguments.of("workspace uuid in braces", Map.of(), flags("--workspace-id", "{aaaaaaaa-0000-4000-8000-000000000001}"), "not a workspace UUID"),
+                Arguments.of("workspace empty", Map.of(), flags("--workspace-id", ""), "not a workspace UUID"),
+                Arguments.of("batch size zero", Map.of(), flags("--batch-size", "0"), "--batch-size"),
+                Arguments.of("batch size negative", Map.of(), flags("--batch-size", "-5"), "--batch-size"),
+                Arguments.of("batch size huge", Map.of(), flags("--batch-size", "1000000"), "between 1 and"),
+                Arguments.of("batch size beyond int", Map.of(), flags("--batch-size", "99999999999"), "--batch-size"),
+                Arguments.of("batch size not a number", Map.of(), flags("--batch-size", "lots"), "--batch-size"),
+                Arguments.of("sleep as bare number", Map.of(), flags("--sleep-between-batches", "5"), "not a duration"),
+                Arguments.of("sleep with unknown unit", Map.of(), flags("--sleep-between-batches", "1x"), "not a duration"),
+                Arguments.of("sleep negative", Map.of(), flags("--sleep-between-batches", "-1s"), "must not be negative"),
+                Arguments.of("statement timeout zero", Map.of(), flags("--statement-timeout", "0"), "at least 1ms"),
+                Arguments.of("rebuild-rollup yes", Map.of(), flags("--rebuild-rollup=yes"), "yes"),
+                Arguments.of("execute with a value", Map.of(), flags("--execute=maybe"), "execute"),
+                Arguments.of("unknown flag", Map.of(), flags("--dry-run"), "--dry-run"),
+                Arguments.of("unknown format", Map.of(), flags("--format", "xml"), "xml"),
+                Arguments.of("output dir missing", Map.of(), flags("--output", "/nonexistent/dir/summary.csv"), "directory does not exist"),
                 Arguments.of("no database at all", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z"}, "no database given"),
                 Arguments.of("empty DATABASE_URL", Map.of("DATABASE_URL", ""), new String[] {"--cutoff", "2026-06-13T08:00:00Z"}, "it is empty"),
                 Arguments.of("PGHOST is a socket dir", Map.of("PGHOST", "/var/run/postgresql"), new String[] {"--cutoff", "2026-06-13T08:00:00Z"}, "Unix socket"),
@@ -583,13 +591,13 @@ public class backfill_codex_usage_cacheTest {
                 Arguments.of("url bad connect_timeout", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--database-url", "postgres://backfill_app:" + pw + "@h/db?connect_timeout=soon"}, "connect_timeout"),
                 Arguments.of("url unterminated ipv6", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--database-url", "postgres://backfill_app:" + pw + "@[::1/db"}, "IPv6"),
                 Arguments.of("jdbc url with userinfo", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--database-url", "jdbc:postgresql://backfill_app:" + pw + "@h/db"}, "does not take user:password@"),
-                Arguments.of("locked row retries too many", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--locked-row-retries", "99", "--database-url", url}, "--locked-row-retries"),
-                Arguments.of("statement timeout beyond PostgreSQL", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--statement-timeout", "600h", "--database-url", url}, "must be at most"),
-                Arguments.of("lock timeout beyond PostgreSQL", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--lock-timeout", "600h", "--database-url", url}, "must be at most"),
-                Arguments.of("sleep that overflows", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--sleep-between-batches", "9999999999h", "--database-url", url}, "too large"),
-                Arguments.of("rollup lock wait beyond a day", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--rollup-lock-wait", "2562047h", "--database-url", url}, "must be at most"),
+                Arguments.of("locked row retries too many", Map.of(), flags("--locked-row-retries", "99"), "--locked-row-retries"),
+                Arguments.of("statement timeout beyond PostgreSQL", Map.of(), flags("--statement-timeout", "600h"), "must be at most"),
+                Arguments.of("lock timeout beyond PostgreSQL", Map.of(), flags("--lock-timeout", "600h"), "must be at most"),
+                Arguments.of("sleep that overflows", Map.of(), flags("--sleep-between-batches", "9999999999h"), "too large"),
+                Arguments.of("rollup lock wait beyond a day", Map.of(), flags("--rollup-lock-wait", "2562047h"), "must be at most"),
                 Arguments.of("cutoff with a forged log line", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z\nINFO done: status=finished", "--database-url", url}, "--cutoff"),
-                Arguments.of("output to a directory", Map.of(), new String[] {"--cutoff", "2026-06-13T08:00:00Z", "--output", "/", "--database-url", url}, "is a directory"),
+                Arguments.of("output to a directory", Map.of(), flags("--output", "/"), "is a directory"),
                 Arguments.of("ports do not match hosts", Map.of("PGHOST", "a,b,c", "PGPORT", "1,2"), new String[] {"--cutoff", "2026-06-13T08:00:00Z"}, "one port per host"));
     }
 
